@@ -1,0 +1,1 @@
+"""The DEL method: projection, DP stochastic quantizer, baselines, wire format and inversion attack (pure torch)."""

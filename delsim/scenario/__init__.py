@@ -1,0 +1,1 @@
+"""Scenario files: the YAML schema, validation and sweeps."""
