@@ -36,13 +36,13 @@ class Admission:
 
 def make_enforcer(section: PrivacySection) -> tuple[PrivacyLedger, BudgetEnforcer]:
     """Create the ledger and the budget enforcer a scenario's privacy section asks for."""
-    ledger = PrivacyLedger(accountant=section.accountant)
+    ledger = PrivacyLedger(accountant=section.accountant, unit=section.unit)
     budget = None if section.budget is None else PrivacyBudget(epsilon=section.budget.epsilon, delta=section.budget.delta)
     enforcer = BudgetEnforcer(
         ledger,
         budget=budget,
-        unit=AccountingUnit(section.unit),
-        policy=BudgetPolicy(section.on_exhausted),
+        unit=AccountingUnit.parse(section.unit),
+        policy=BudgetPolicy.parse(section.on_exhausted),
         renewal_period_s=section.renewal_period_s,
     )
     return ledger, enforcer
@@ -60,7 +60,11 @@ def admit_requests(enforcer: BudgetEnforcer, requests: list[dict], mu_token: flo
             time_s=request["arrival_s"],
         )
         admissions[request["request_id"]] = Admission(
-            request["request_id"], decision.status, decision.release_time_s, decision.reason, decision.charged_mu
+            request["request_id"],
+            decision.status,
+            decision.release_time_s if decision.release_time_s is not None else float("nan"),
+            decision.reason,
+            decision.charged_mu,
         )
         if decision.status != "released":
             logger.info("request %d of %s %s: %s", request["request_id"], request["user_id"], decision.status, decision.reason)

@@ -19,7 +19,6 @@ import numpy as np
 import ray
 
 from delsim.llm import load_prompt_dataset
-from delsim.llm.model import LanguageModel
 from delsim.runtime.accounting import admit_requests, make_enforcer, user_report
 from delsim.runtime.client_shard import ClientShardActor
 from delsim.runtime.outputs import build_requests_table, summarize, write_run
@@ -98,8 +97,8 @@ def run_scenario(
         admissions = admit_requests(enforcer, admission_input, mechanism.mu)
 
         released = [a for a in arrivals if admissions[a.request_id].status == "released"]
-        server_results, device = _serve(scenario, model_spec, mechanism, released, client_results, prompts, prompt_index, seed)
-        shape = _timed_model_shape(scenario, model_spec.model)
+        server_results, device, loaded_shape = _serve(scenario, model_spec, mechanism, released, client_results, prompts, prompt_index, seed)
+        shape = _timed_model_shape(scenario, loaded_shape)
     finally:
         if owns_ray:
             ray.shutdown()
@@ -135,7 +134,7 @@ def _encode_on_clients(scenario, model_spec, mechanism, arrivals, prompts, promp
     return {r.request_id: r for r in results}
 
 
-def _serve(scenario, model_spec, mechanism, released, client_results, prompts, prompt_index, seed) -> tuple[dict, str]:
+def _serve(scenario, model_spec, mechanism, released, client_results, prompts, prompt_index, seed) -> tuple[dict, str, ModelShape]:
     runtime = scenario.runtime
     device, gpus = _server_device(scenario)
     replicas = [
@@ -148,20 +147,21 @@ def _serve(scenario, model_spec, mechanism, released, client_results, prompts, p
         draw = np.random.default_rng(derive_seed(seed, FIDELITY_STREAM, rid)).random()
         jobs.append(ServerJob(rid, client_results[rid].payload, derive_seed(seed, GENERATION_STREAM, rid), bool(draw < scenario.fidelity.real_fraction), prompts[prompt_index[rid]].reference))
     results = map_on_pool(replicas, lambda actor, chunk: actor.process.remote(chunk), chunked(jobs, runtime.requests_per_call), description="server", total=len(jobs))
+    shape = ModelShape(**ray.get(replicas[0].model_shape.remote()))
     for replica in replicas:
         ray.kill(replica)
     failed = [r for r in results if r.status == "failed"]
     if failed:
         logger.error("%d requests failed on the server, first: request %d: %s", len(failed), failed[0].request_id, failed[0].error)
-    return {r.request_id: r for r in results}, device
+    return {r.request_id: r for r in results}, device, shape
 
 
-def _timed_model_shape(scenario: Scenario, model: str) -> ModelShape:
+def _timed_model_shape(scenario: Scenario, loaded: ModelShape) -> ModelShape:
+    """Return the model size the server cost model times: the loaded model unless overridden."""
     timing = scenario.servers.timing_model
     if timing is not None:
         return ModelShape(timing.parameters, timing.num_layers, timing.hidden_size, timing.bytes_per_parameter)
-    lm = LanguageModel.load(model, device="cpu")
-    return ModelShape(float(lm.num_parameters), lm.num_layers, lm.hidden_size, 2.0)
+    return loaded
 
 
 def _simulate(scenario, clients, released, admissions, client_results, server_results, shape, mechanism, seed) -> dict:

@@ -42,6 +42,16 @@ class ServerReplica:
             replica_id, device, self.soft_prompt_key, "found" if self.soft_prompt is not None else "missing",
         )
 
+    def model_shape(self) -> dict:
+        """Return the size figures of the loaded LLM that the server cost model needs."""
+        return {
+            "parameters": float(self.lm.num_parameters),
+            "num_layers": int(self.lm.num_layers),
+            "hidden_size": int(self.lm.hidden_size),
+            # The virtual accelerators serve in bf16, whatever dtype this replica computes in.
+            "bytes_per_parameter": 2.0,
+        }
+
     def process(self, jobs: list[ServerJob]) -> list[ServerResult]:
         """Decode and serve each job; a failure marks that job failed and is logged, never dropped."""
         results = []

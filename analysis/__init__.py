@@ -1,0 +1,1 @@
+"""Analysis scripts: plots and reports made from run tables, and benchmarks."""
