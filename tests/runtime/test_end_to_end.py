@@ -132,3 +132,46 @@ def test_mismatched_dimension_exits_with_status_2(tmp_path, capsys):
     path.write_text(yaml.safe_dump(data))
     assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
     assert "mechanism.dim: value 48 does not match" in capsys.readouterr().err
+
+
+def test_plots_are_made_from_tables(tiny_run, tmp_path):
+    from analysis.plot_run import main as plot_main
+
+    out, _ = tiny_run
+    assert plot_main([str(out), "--out", str(tmp_path)]) == 0
+    for name in ["latency_cdf.png", "stages.png", "privacy.png"]:
+        assert (tmp_path / name).stat().st_size > 1000
+
+
+def test_sweep_with_budget_runs_every_point(ray_session, tmp_path):
+    from analysis.plot_tradeoff import main as tradeoff_main
+
+    data = tiny_scenario().model_dump(mode="json")
+    data["fidelity"]["real_fraction"] = 0.0
+    data["outputs"]["format"] = "csv"
+    # A budget of one short query per user: later requests are rejected and charge nothing.
+    data["privacy"]["budget"] = {"epsilon": 40.0, "delta": 1e-5}
+    data["sweep"] = {"mechanism.bits": [2, 4]}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data))
+
+    assert main(["run", str(path), "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    index = json.loads((tmp_path / "out" / "sweep.json").read_text())
+    assert [entry["label"] for entry in index] == ["mechanism.bits=2", "mechanism.bits=4"]
+
+    for entry, bits in zip(index, [2, 4]):
+        requests = pd.read_csv(Path(entry["out_dir"]) / "requests.csv")
+        users = pd.read_csv(Path(entry["out_dir"]) / "users.csv")
+        assert (requests["bits"] == bits).all()
+        assert not requests["real_compute"].any()
+        rejected = requests[requests["status"] == "rejected"]
+        assert len(rejected) > 0
+        assert (rejected["uplink_bytes"] == 0).all()
+        assert rejected["reason"].notna().all()
+        assert (users["epsilon_gdp"] <= 40.0 + 1e-6).all()
+        released = requests[requests["status"] == "completed"]
+        for row in released.itertuples():
+            assert row.uplink_bytes == math.ceil(row.prompt_tokens * row.dim * bits / 8) + HEADER_SIZE
+
+    assert tradeoff_main([str(tmp_path / "out"), "--out", str(tmp_path / "plots")]) == 0
+    assert (tmp_path / "plots" / "tradeoff.csv").is_file()

@@ -117,3 +117,9 @@ def test_data_is_not_modified(data):
     before = copy.deepcopy(data)
     validate_scenario(data)
     assert data == before
+
+
+@pytest.mark.parametrize("path", sorted(QUICKSTART.parent.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_scenarios_are_valid(path):
+    points = expand_sweep(load_scenario(path))
+    assert len(points) >= 1
