@@ -47,15 +47,16 @@ def _resolve_field(model: type[BaseModel], location: tuple):
         if field is None:
             return current, None
         annotation = field.annotation
-        current = _inner_model(annotation)
+        current = inner_model(annotation)
     return current, field
 
 
-def _inner_model(annotation: Any) -> Any:
+def inner_model(annotation: Any) -> Any:
+    """Return the pydantic model class inside a field annotation (``X``, ``X | None``, ``list[X]``), or None."""
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
     for argument in getattr(annotation, "__args__", ()) or ():
-        inner = _inner_model(argument)
+        inner = inner_model(argument)
         if inner is not None:
             return inner
     return None

@@ -123,3 +123,10 @@ def test_data_is_not_modified(data):
 def test_shipped_scenarios_are_valid(path):
     points = expand_sweep(load_scenario(path))
     assert len(points) >= 1
+
+
+def test_scenario_reference_is_current():
+    from delsim.scenario.reference import render_reference
+
+    document = QUICKSTART.parents[1] / "docs" / "scenarios.md"
+    assert document.read_text().strip() == render_reference().strip(), "regenerate with: python -m delsim.scenario.reference > docs/scenarios.md"
