@@ -28,8 +28,9 @@ class ServerReplica:
         torch.set_num_threads(1)
         self.replica_id = replica_id
         self.spec = model
-        self.lm = LanguageModel.load(model.model, device=device, dtype=None if model.dtype == "auto" and device == "cpu" else model.dtype)
-        self.projection = Projection.load(model.projection_path).eval().to(self.lm.device, self.lm.dtype)
+        self.lm = LanguageModel.load(model.model, device=device, dtype=model.dtype)
+        # Payloads are decoded in float32 on the CPU, then moved to the LLM's device and dtype.
+        self.projection = Projection.load(model.projection_path).eval()
         self.library = SoftPromptLibrary(model.soft_prompt_dir) if model.soft_prompt_dir else None
         self.privacy_config = {"dim": mechanism.dim, "bits": mechanism.bits, "mu": mechanism.mu, "clip": mechanism.clip, "sparsity": mechanism.sparsity}
         self.soft_prompt_key = SoftPromptLibrary.key_of(self.privacy_config)
