@@ -106,10 +106,17 @@ class QuantizerLoss:
 
         threshold = epsilon / self.loss_step
         if self.keep == 1.0:
-            return _tail_difference(np.array([self.rounds]), threshold, epsilon, self.plus)[0]
+            trials = np.array([self.rounds], dtype=np.int64)
+            last_below = np.floor((trials + threshold) / 2.0)
+            tail_p = bdtrc(last_below, trials, self.plus)
+            tail_q = bdtrc(last_below, trials, 1.0 - self.plus)
+            return float(_tail_difference(tail_p, tail_q, epsilon)[0])
 
         counts, weights, left_out = _nonzero_counts(self.rounds, self.keep)
-        terms = _tail_difference(counts, threshold, epsilon, self.plus)
+        last_below = np.floor((counts + threshold) / 2.0)
+        tail_p = _chained_tails(counts, last_below, self.plus)
+        tail_q = _chained_tails(counts, last_below, 1.0 - self.plus)
+        terms = _tail_difference(tail_p, tail_q, epsilon)
         return float(min(1.0, np.dot(weights, terms) + left_out))
 
     def epsilon(self, delta: float) -> float:
@@ -136,24 +143,58 @@ class QuantizerLoss:
         return float(brentq(excess, 0.0, upper, xtol=1e-10, rtol=1e-12, maxiter=200))
 
 
-def _tail_difference(trials: np.ndarray, threshold: float, epsilon: float, plus: float) -> np.ndarray:
-    """Compute P_P(2K - n > t) - e^epsilon P_Q(2K - n > t) for K ~ Binomial(n, q) under P and Binomial(n, 1 - q) under Q.
+def _tail_difference(tail_p: np.ndarray, tail_q: np.ndarray, epsilon: float) -> np.ndarray:
+    """Compute tail_p - e^epsilon tail_q, the part of delta that one tail pair contributes.
 
-    The loss exceeds epsilon when the difference of +B and -B counts exceeds
-    ``threshold`` = epsilon / L. Both tails come from the regularized incomplete
-    beta function (scipy.special.bdtrc); the difference is formed in log space
-    as sf_P * (1 - exp(epsilon + ln sf_Q - ln sf_P)), which is never negative
-    and keeps its relative accuracy when the two tails are close.
+    ``tail_p`` and ``tail_q`` are P(K+ - K- > epsilon / L) under x = c and
+    x' = -c. The difference is formed as tail_p * (1 - exp(epsilon + ln tail_q
+    - ln tail_p)), which stays finite for epsilon above 709, is never
+    negative and keeps its relative accuracy when the two terms are close.
     """
-    trials = trials.astype(np.float64)
-    last_below = np.floor((trials + threshold) / 2.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        log_tail_p = np.log(bdtrc(last_below, trials, plus))
-        log_tail_q = np.log(bdtrc(last_below, trials, 1.0 - plus))
-        exponent = np.minimum(epsilon + log_tail_q - log_tail_p, 0.0)
-        result = np.exp(log_tail_p) * -np.expm1(exponent)
-    # An empty tail under P (log -inf) contributes nothing; the subtraction above gives nan there.
-    return np.where(np.isfinite(log_tail_p), result, 0.0)
+        exponent = np.minimum(epsilon + np.log(tail_q) - np.log(tail_p), 0.0)
+        result = tail_p * -np.expm1(exponent)
+    # An empty tail under x = c contributes nothing; the logarithms above give nan there.
+    return np.where(tail_p > 0.0, result, 0.0)
+
+
+def _chained_tails(trials: np.ndarray, last_below: np.ndarray, success: float, block: int = 256) -> np.ndarray:
+    """Compute P(Binomial(trials[i], success) > last_below[i]) for consecutive trials with thresholds rising by 1 per 2 trials.
+
+    Along each parity class of ``trials`` (n, n + 2, n + 4, ...) the threshold
+    k rises by one per step, and with B ~ Binomial(n, s)
+
+        P(Binomial(n + 2, s) > k + 1) = P(B > k) + s^2 P(B = k) - (1 - s)^2 P(B = k + 1).
+
+    The tail is computed exactly with ``bdtrc`` at every ``block``-th element and
+    carried to the others by this recurrence, which costs two binomial pmfs per
+    element instead of an incomplete beta function (about 20 times cheaper at
+    n = 1.6e7). The sums restart at every exact value, so rounding error stays
+    near machine precision relative to the pmfs.
+    """
+    tails = np.empty(len(trials), dtype=np.float64)
+    for parity in (0, 1):
+        chain_trials = trials[parity::2].astype(np.int64)
+        chain_last = last_below[parity::2]
+        size = len(chain_trials)
+        if size == 0:
+            continue
+
+        steps = success**2 * binom.pmf(chain_last, chain_trials, success)
+        steps -= (1.0 - success) ** 2 * binom.pmf(chain_last + 1.0, chain_trials, success)
+        anchors = np.arange(0, size, block)
+        # bdtrc returns nan instead of 0 when the threshold is at or above the trials.
+        anchor_last, anchor_trials = chain_last[anchors], chain_trials[anchors]
+        with np.errstate(invalid="ignore"):
+            exact = np.where(anchor_last >= anchor_trials, 0.0, bdtrc(anchor_last, anchor_trials, success))
+
+        padded = np.zeros(len(anchors) * block)
+        padded[:size] = steps
+        within = np.cumsum(padded.reshape(len(anchors), block), axis=1)
+        carried = np.concatenate([np.zeros((len(anchors), 1)), within[:, :-1]], axis=1)
+        chain_tails = (exact[:, None] + carried).reshape(-1)[:size]
+        tails[parity::2] = np.clip(chain_tails, 0.0, 1.0)
+    return tails
 
 
 @functools.lru_cache(maxsize=64)
