@@ -120,6 +120,14 @@ def wilson_interval(successes: int, trials: int, confidence_z: float = 1.9599639
     """
     check_int_range("trials", trials, 1)
     check_int_range("successes", successes, 0, trials)
+    if successes == 0:
+        return 0.0, _wilson_bounds(successes, trials, confidence_z)[1]
+    if successes == trials:
+        return _wilson_bounds(successes, trials, confidence_z)[0], 1.0
+    return _wilson_bounds(successes, trials, confidence_z)
+
+
+def _wilson_bounds(successes: int, trials: int, confidence_z: float) -> tuple[float, float]:
     rate = successes / trials
     z2 = confidence_z**2
     center = (rate + z2 / (2 * trials)) / (1 + z2 / trials)

@@ -6,6 +6,9 @@ value decoded on the server is bit-identical to the value the client mechanism r
 
 from __future__ import annotations
 
+import math
+import struct
+
 import torch
 
 
@@ -20,9 +23,13 @@ def to_wire_scale(scale: float) -> float:
     Returns
     -------
     float
-        The nearest float32 value, as a Python float.
+        The nearest float32 value, as a Python float; infinite when ``scale`` exceeds the
+        float32 range.
     """
-    return float(torch.tensor(scale, dtype=torch.float32).item())
+    try:
+        return struct.unpack("<f", struct.pack("<f", scale))[0]
+    except OverflowError:
+        return math.copysign(math.inf, scale)
 
 
 def max_level(bits: int, sparse: bool) -> int:

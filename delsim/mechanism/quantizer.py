@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from delsim.mechanism.levels import levels_to_values, max_level
-from delsim.mechanism.sampling import binomial_cdf_table, sample_binomial
+from delsim.mechanism.sampling import BinomialSampler, binomial_cdf_rows
 from delsim.mechanism.validation import check_int_range, check_last_dim, check_positive
 
 logger = logging.getLogger(__name__)
@@ -62,7 +62,11 @@ class StochasticQuantizer:
         self.sparsity = _check_sparsity(sparsity)
         self._check_scale()
 
-        self._nonzero_cdf = binomial_cdf_table(self.rounds, self.sparsity) if self.sparse else None
+        half_span = self.clip / (2.0 * self.A)
+        self._plus_range = (max(0.0, 0.5 - half_span), min(1.0, 0.5 + half_span))
+        if self.sparse:
+            self._nonzero_cdf = binomial_cdf_rows(self.rounds, torch.tensor([self.sparsity]))[0]
+        self._plus_sampler = BinomialSampler(self.rounds, *self._plus_range, varying_trials=self.sparse)
         logger.debug("created %r", self)
 
     def _check_scale(self) -> None:
@@ -176,15 +180,14 @@ class StochasticQuantizer:
         """
         check_last_dim("z", z, self.dim)
         clipped = z.detach().to(torch.float64).clamp(-self.clip, self.clip)
-        plus_prob = (0.5 + clipped / (2.0 * self.A)).clamp(0.0, 1.0)
+        plus_prob = (0.5 + clipped / (2.0 * self.A)).clamp(*self._plus_range)
 
         if not self.sparse:
-            return sample_binomial(self.rounds, plus_prob, max_trials=self.rounds, generator=generator)
+            return self._plus_sampler.sample(plus_prob, generator=generator)
 
         uniforms = torch.rand(plus_prob.shape, generator=generator, dtype=torch.float64, device=z.device)
-        nonzero_cdf = self._nonzero_cdf.to(z.device)
-        nonzero = torch.searchsorted(nonzero_cdf, uniforms, right=True).clamp_max(self.rounds)
-        plus = sample_binomial(nonzero, plus_prob, max_trials=self.rounds, generator=generator)
+        nonzero = torch.searchsorted(self._nonzero_cdf.to(z.device), uniforms, right=True).clamp_max(self.rounds)
+        plus = self._plus_sampler.sample(plus_prob, nonzero, generator=generator)
         return 2 * plus - nonzero + self.rounds
 
     def decode(self, levels: torch.Tensor) -> torch.Tensor:
@@ -228,7 +231,8 @@ class StochasticQuantizer:
         torch.Tensor
             float32 release with the shape of ``z``.
         """
-        return self.decode(self.encode(z, generator=generator))
+        levels = self.encode(z, generator=generator)
+        return levels_to_values(levels, bits=self.bits, sparse=self.sparse, scale=self.scale)
 
     def __repr__(self) -> str:
         return (
