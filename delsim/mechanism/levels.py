@@ -74,5 +74,7 @@ def levels_to_values(levels: torch.Tensor, *, bits: int, sparse: bool, scale: fl
         float32 values with the shape of ``levels``.
     """
     rounds = (1 << bits) - 1
-    signed_sum = levels.to(torch.float64) - rounds if sparse else 2.0 * levels.to(torch.float64) - rounds
-    return (signed_sum * (to_wire_scale(scale) / rounds)).to(torch.float32)
+    signed_sum = levels.to(torch.float64)
+    if not sparse:
+        signed_sum.mul_(2.0)
+    return signed_sum.sub_(rounds).mul_(to_wire_scale(scale) / rounds).to(torch.float32)

@@ -180,14 +180,14 @@ class StochasticQuantizer:
         """
         check_last_dim("z", z, self.dim)
         clipped = z.detach().to(torch.float64).clamp(-self.clip, self.clip)
-        plus_prob = (0.5 + clipped / (2.0 * self.A)).clamp(*self._plus_range)
+        plus_prob = clipped.mul_(1.0 / (2.0 * self.A)).add_(0.5).clamp_(*self._plus_range)
 
         if not self.sparse:
-            return self._plus_sampler.sample(plus_prob, generator=generator)
+            return self._plus_sampler.sample(plus_prob, generator=generator, check_range=False)
 
         uniforms = torch.rand(plus_prob.shape, generator=generator, dtype=torch.float64, device=z.device)
         nonzero = torch.searchsorted(self._nonzero_cdf.to(z.device), uniforms, right=True).clamp_max(self.rounds)
-        plus = self._plus_sampler.sample(plus_prob, nonzero, generator=generator)
+        plus = self._plus_sampler.sample(plus_prob, nonzero, generator=generator, check_range=False)
         return 2 * plus - nonzero + self.rounds
 
     def decode(self, levels: torch.Tensor) -> torch.Tensor:

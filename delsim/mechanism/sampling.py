@@ -191,6 +191,7 @@ class BinomialSampler:
         trials: torch.Tensor | None = None,
         *,
         generator: torch.Generator | None = None,
+        check_range: bool = True,
     ) -> torch.Tensor:
         """Draw one count per element of ``prob``.
 
@@ -203,6 +204,10 @@ class BinomialSampler:
             varying trials, ignored otherwise.
         generator : torch.Generator, optional
             Source of randomness; the same generator state gives the same counts.
+        check_range : bool, default True
+            Whether to raise ValueError for a probability outside the range. A caller that
+            clamps ``prob`` to the range itself may skip the check, which costs a pass over
+            the data and a device sync.
 
         Returns
         -------
@@ -212,21 +217,28 @@ class BinomialSampler:
         prob_flat = prob.reshape(-1).to(torch.float64)
         if prob_flat.numel() == 0:
             return torch.zeros(prob.shape, dtype=torch.int64, device=prob.device)
-        self._check_range(prob_flat)
+        if check_range:
+            self._check_range(prob_flat)
         if self.varying_trials and trials is None:
             raise ValueError("this sampler has varying trials, so sample() needs trials=")
-        trials_flat = trials.reshape(-1).to(torch.int64) if self.varying_trials else torch.full_like(prob_flat, self.max_trials, dtype=torch.int64)
+        trials_flat = trials.reshape(-1).to(torch.int64) if self.varying_trials else None
 
         if self.max_trials > TABLE_MAX_TRIALS:
-            counts = torch.binomial(trials_flat.to(torch.float64), prob_flat, generator=generator).to(torch.int64)
+            counts = torch.binomial(self._trials_or_max(trials_flat, prob_flat).to(torch.float64), prob_flat, generator=generator)
+            return counts.to(torch.int64).reshape(prob.shape)
+
+        uniforms = torch.rand(prob_flat.shape, generator=generator, dtype=torch.float64, device=prob.device)
+        self._elements_sampled += prob_flat.numel()
+        if self._table is None and self._elements_sampled < TABLE_MIN_ELEMENTS:
+            counts = invert_cdf(self._trials_or_max(trials_flat, prob_flat), prob_flat, uniforms, self.max_trials)
         else:
-            uniforms = torch.rand(prob_flat.shape, generator=generator, dtype=torch.float64, device=prob.device)
-            self._elements_sampled += prob_flat.numel()
-            if self._table is None and self._elements_sampled < TABLE_MIN_ELEMENTS:
-                counts = invert_cdf(trials_flat, prob_flat, uniforms, self.max_trials)
-            else:
-                counts = self._sample_with_table(trials_flat, prob_flat, uniforms)
+            counts = self._sample_with_table(trials_flat, prob_flat, uniforms)
         return counts.reshape(prob.shape)
+
+    def _trials_or_max(self, trials: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+        if trials is not None:
+            return trials
+        return torch.full(like.shape, self.max_trials, dtype=torch.int64, device=like.device)
 
     def _check_range(self, prob: torch.Tensor) -> None:
         smallest, largest = (float(value) for value in torch.aminmax(prob))
@@ -236,22 +248,24 @@ class BinomialSampler:
                 f"got [{smallest}, {largest}]"
             )
 
-    def _sample_with_table(self, trials: torch.Tensor, prob: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    def _sample_with_table(self, trials: torch.Tensor | None, prob: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
         table = self._lookup_table(prob.device)
         _, prob_cells, uniform_cells = table.shape
 
         # Cell indices stay in float64 (exact for integers below 2**53), which saves
-        # integer conversions, the slowest elementwise step here.
+        # integer conversions, the slowest elementwise step here. The uniform cell needs no
+        # clamp: uniform_cells is a power of two, so u * uniform_cells is exact and below it.
         prob_cell = ((prob - self.prob_low) * self._cell_scale).floor_().clamp_(0, prob_cells - 1)
-        uniform_cell = (uniforms * uniform_cells).floor_().clamp_(max=uniform_cells - 1)
-        index = prob_cell.mul_(uniform_cells).add_(uniform_cell)
-        if self.varying_trials:
+        index = (uniforms * uniform_cells).floor_().add_(prob_cell, alpha=uniform_cells)
+        if trials is not None:
             index += trials * (prob_cells * uniform_cells)
         counts = table.reshape(-1).index_select(0, index.long()).long()
 
         ambiguous = (counts < 0).nonzero().squeeze(1)
         if ambiguous.numel():
-            counts[ambiguous] = invert_cdf(trials[ambiguous], prob[ambiguous], uniforms[ambiguous], self.max_trials)
+            sub_prob = prob[ambiguous]
+            sub_trials = self._trials_or_max(None if trials is None else trials[ambiguous], sub_prob)
+            counts[ambiguous] = invert_cdf(sub_trials, sub_prob, uniforms[ambiguous], self.max_trials)
         return counts
 
     def _lookup_table(self, device: torch.device) -> torch.Tensor:
@@ -270,7 +284,7 @@ def _table_shape(max_trials: int, prob_span: float, varying_trials: bool) -> tup
     Counts change ``max_trials`` times along the uniform axis and about
     ``max_trials * prob_span`` times along the probability axis, so each axis gets enough
     cells for ``TABLE_AMBIGUITY``. When that exceeds ``TABLE_MAX_ENTRIES``, both axes shrink
-    by the same factor.
+    by about the same factor.
     """
     trial_rows = max_trials + 1 if varying_trials else 1
     cells_per_row = TABLE_MAX_ENTRIES // trial_rows
@@ -279,8 +293,8 @@ def _table_shape(max_trials: int, prob_span: float, varying_trials: bool) -> tup
 
     excess = prob_cells * uniform_cells / cells_per_row
     if excess > 1.0:
-        shrink = math.sqrt(excess)
-        uniform_cells = max(1, int(uniform_cells / shrink))
+        # Uniform cells stay a power of two, so that u * uniform_cells is exact.
+        uniform_cells = max(1, 1 << int(math.log2(uniform_cells / math.sqrt(excess))))
         prob_cells = max(1, cells_per_row // uniform_cells)
     return trial_rows, prob_cells, uniform_cells
 
