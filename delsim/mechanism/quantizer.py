@@ -9,8 +9,8 @@ variance ``(A**2 / p - z**2) / R``.
 
 Sampling draws the round counts directly instead of looping over rounds. For ``p = 1`` the
 count of ``+A`` rounds is Binomial(R, q) with ``q = 1/2 + z / (2A)``. For ``p < 1`` the count
-of nonzero rounds is Binomial(R, p) and, given that count ``m``, the count of ``+B`` rounds is
-Binomial(m, q); this two-stage draw has exactly the joint law of the R independent rounds.
+of nonzero rounds is Binomial(R, p), and given that count ``m`` the count of ``+B`` rounds is
+Binomial(m, q). This two-stage draw has exactly the joint law of the R independent rounds.
 """
 
 from __future__ import annotations
