@@ -45,7 +45,7 @@ class PrivacyBudget:
 
 
 class BudgetPolicy(str, enum.Enum):
-    """What happens to a request that would exceed the user's budget.
+    """Action taken on a request that would exceed the user's budget.
 
     Attributes
     ----------

@@ -135,7 +135,7 @@ class QuantizerLoss:
             return (math.log(value) if value > 0.0 else -800.0) - log_target
 
         # The loss has variance about N p L^2, so mu is about sqrt(N p) L in the
-        # central limit; start from twice that GDP epsilon and widen.
+        # central limit. The search starts from twice that GDP epsilon and widens.
         approximate_mu = max(math.sqrt(self.rounds * self.keep) * self.loss_step, 1e-12)
         upper = min(self.max_loss, 2.0 * gdp_epsilon(delta, approximate_mu) + 1.0)
         while excess(upper) > 0.0 and upper < self.max_loss:
@@ -248,9 +248,16 @@ def exact_epsilon(
     float
         The smallest epsilon with ``exact_delta(epsilon) <= delta`` to about
         1e-10; inf when A = c and delta is below the chance of a nonzero round.
+        Results are cached per argument set, because a run report requests the
+        same (settings, releases) for many users.
     """
+    return _cached_epsilon(float(delta), bits, mu, clip, dim, sparsity, releases)
+
+
+@functools.lru_cache(maxsize=4096)
+def _cached_epsilon(delta: float, bits: int, mu: float, clip: float, dim: int, sparsity: float, releases: int) -> float:
     loss = QuantizerLoss.of(bits=bits, mu=mu, clip=clip, dim=dim, sparsity=sparsity, releases=releases)
-    return loss.epsilon(float(delta))
+    return loss.epsilon(delta)
 
 
 @dataclass(frozen=True)

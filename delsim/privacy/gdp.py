@@ -172,8 +172,8 @@ def gdp_mu(epsilon: float, delta: float) -> float:
     """Compute the largest mu such that a mu-GDP mechanism is (epsilon, delta)-DP.
 
     Inverse of :func:`gdp_delta` in mu, which is strictly increasing in mu. The
-    result is rounded down so that ``gdp_delta(epsilon, result) <= delta`` holds
-    in floating point: a budget check against it never lets a mechanism exceed
+    result is rounded down so that ``gdp_delta(epsilon, result) <= delta`` is
+    true in floating point, so a budget check against it never lets a mechanism exceed
     (epsilon, delta).
 
     Parameters

@@ -30,7 +30,7 @@ class AccountingUnit(str, enum.Enum):
     """Granularity at which privacy is protected and losses are reported.
 
     A query of T tokens at per-token GDP parameter mu is recorded the same way in
-    every unit; the unit decides how releases combine into a user's loss.
+    every unit. The unit decides how releases combine into a user's loss.
 
     Attributes
     ----------

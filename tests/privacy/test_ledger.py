@@ -152,7 +152,7 @@ def test_set_unit_only_before_charges():
     ledger.set_unit("query")
     assert ledger.unit is AccountingUnit.QUERY
     ledger.charge("u", mu=1.0)
-    with pytest.raises(ValueError, match="already holds charges"):
+    with pytest.raises(ValueError, match="already contains charges"):
         ledger.set_unit("user")
 
 
