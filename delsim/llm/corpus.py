@@ -22,6 +22,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterable
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from pathlib import Path
@@ -352,7 +353,7 @@ def make_prompt_examples(
     return examples
 
 
-def _deduplicate(paragraphs) -> list[str]:
+def _deduplicate(paragraphs: Iterable[str]) -> list[str]:
     seen: set[str] = set()
     unique = []
     for paragraph in paragraphs:
@@ -374,7 +375,7 @@ def _pydoc_paragraphs() -> list[str]:
 
 
 def _is_pydoc_prose(lines: list[str]) -> bool:
-    # Indented blocks hold both prose (method descriptions) and code samples. Prose lines share
+    # Indented blocks contain both prose (method descriptions) and code samples. Prose lines share
     # one indentation and the block ends a sentence, while code has nested indentation, ">>>"
     # sessions or "::=" grammar rules.
     if not lines or not lines[-1].rstrip().endswith((".", ")", '"')):

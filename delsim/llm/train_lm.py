@@ -35,6 +35,7 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from delsim.llm.corpus import (
     CORPUS_SOURCES,
+    CorpusSplit,
     count_words,
     load_corpus_paragraphs,
     split_paragraphs,
@@ -581,8 +582,8 @@ def _save_model(model: GPT2LMHeadModel, tokenizer: PreTrainedTokenizerFast, mode
 
     # The config states float32, so `from_pretrained` casts half-precision weights to float32.
     _update_json(model_dir / "config.json", {"dtype": "float32"})
-    # transformers 5 writes its own class name (TokenizersBackend), which transformers 4 cannot
-    # import; both versions load PreTrainedTokenizerFast. Keys about the loading call are dropped.
+    # transformers 5 writes its own class name (TokenizersBackend), which 4.x releases lack, while
+    # both load PreTrainedTokenizerFast. Keys that only describe the loading call are dropped.
     _update_json(
         model_dir / "tokenizer_config.json",
         {"tokenizer_class": "PreTrainedTokenizerFast"},
@@ -602,7 +603,7 @@ def _update_json(path: Path, values: dict[str, object], remove: tuple[str, ...] 
 def _final_metrics(
     model_dir: Path,
     tokenizer: PreTrainedTokenizerFast,
-    split,
+    split: CorpusSplit,
     config: LMTrainConfig,
     train_tokens: int,
     losses: list[float],
