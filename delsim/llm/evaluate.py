@@ -78,6 +78,7 @@ class UtilityOptions:
     coherence_model: str | None = option(None, "sentence-transformers model for COH (default: the shipped all-MiniLM-L6-v2)")
     seed: int = option(0, "seed of generation, mechanism noise and calibration")
     device: str = option("cpu", "device of the LM")
+    dtype: str = option("auto", "LM weight dtype: auto (float32 on CPU, bfloat16 on a GPU that supports it), float32, bfloat16, float16")
     threads: int | None = option(None, "torch intra-op threads (default: torch's own choice)")
 
 
@@ -290,7 +291,7 @@ def evaluate_utility(options: UtilityOptions, *, lm: LanguageModel | None = None
     started = time.perf_counter()
     if options.threads is not None:
         torch.set_num_threads(options.threads)
-    lm = lm or LanguageModel.load(options.model, device=options.device)
+    lm = lm or LanguageModel.load(options.model, device=options.device, dtype=options.dtype)
     scorer = scorer or CoherenceScorer(options.coherence_model)
     projection = Projection.load(options.projection).float().eval()
     projection.requires_grad_(False)

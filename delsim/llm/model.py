@@ -221,7 +221,7 @@ class LanguageModel:
 
     def tokenize(self, text: str) -> torch.Tensor:
         """Return the token ids of ``text`` as a LongTensor of shape (T,), with no special tokens."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
         return torch.tensor(ids, dtype=torch.long)
 
     def detokenize(self, token_ids: Sequence[int] | torch.Tensor) -> str:

@@ -116,7 +116,7 @@ def train_projection(
     started = time.perf_counter()
     options.apply_threads()
     torch.manual_seed(options.seed)
-    lm = lm or LanguageModel.load(options.model, device=options.device)
+    lm = lm or LanguageModel.load(options.model, device=options.device, dtype=options.dtype)
     if train_paragraphs is None or validation_paragraphs is None:
         split = load_split_paragraphs(options.corpus)
         train_paragraphs, validation_paragraphs = split.train, split.validation

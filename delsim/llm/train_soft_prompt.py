@@ -188,7 +188,7 @@ def train_soft_prompt(
     started = time.perf_counter()
     options.apply_threads()
     torch.manual_seed(options.seed)
-    lm = lm or LanguageModel.load(options.model, device=options.device)
+    lm = lm or LanguageModel.load(options.model, device=options.device, dtype=options.dtype)
     if paragraphs is None:
         split = load_split_paragraphs(options.corpus)
         paragraphs = (split.train, split.validation, split.heldout)

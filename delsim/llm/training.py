@@ -60,6 +60,7 @@ class RecipeOptions:
     resume: bool = option(False, "continue from the checkpoint")
     seed: int = option(0, "seed of the window sampler and of torch")
     device: str = option("cpu", "device of the LM")
+    dtype: str = option("auto", "LM weight dtype: auto (float32 on CPU, bfloat16 on a GPU that supports it), float32, bfloat16, float16")
     threads: int | None = option(None, "torch intra-op threads (default: torch's own choice)")
 
     def apply_threads(self) -> None:
@@ -100,7 +101,7 @@ def load_split_paragraphs(source: str) -> CorpusSplit:
 def token_stream(lm: LanguageModel, paragraphs: Sequence[str]) -> torch.Tensor:
     """Tokenize paragraphs into one LongTensor, each paragraph followed by the eos token."""
     eos = [] if lm.tokenizer.eos_token_id is None else [lm.tokenizer.eos_token_id]
-    encoded = lm.tokenizer(list(paragraphs), add_special_tokens=False)["input_ids"]
+    encoded = lm.tokenizer(list(paragraphs), add_special_tokens=False, verbose=False)["input_ids"]
     ids = [token for paragraph in encoded for token in (*paragraph, *eos)]
     return torch.tensor(ids, dtype=torch.long)
 
