@@ -60,7 +60,7 @@ def resolve_device(device: str | torch.device) -> torch.device:
 def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype | None:
     """Turn a dtype setting into a torch dtype.
 
-    ``None`` keeps the checkpoint's dtype, ``"auto"`` picks bfloat16 on a CUDA device that
+    ``None`` leaves the choice to transformers, ``"auto"`` picks bfloat16 on a CUDA device that
     supports it and float32 everywhere else.
     """
     if dtype is None or isinstance(dtype, torch.dtype):
@@ -151,8 +151,9 @@ class LanguageModel:
         device
             ``"cpu"`` (default), ``"cuda"`` or ``"cuda:N"``.
         dtype
-            ``None`` keeps the checkpoint dtype, ``"auto"`` picks bfloat16 on a CUDA device
-            that supports it, or one of float32, bfloat16, float16.
+            ``None`` uses the transformers default (float32 for the shipped model),
+            ``"auto"`` picks bfloat16 on a CUDA device that supports it and float32 elsewhere,
+            or one of float32, bfloat16, float16.
 
         Returns
         -------
@@ -165,7 +166,10 @@ class LanguageModel:
 
         try:
             tokenizer = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+            # transformers 5 reads an explicit dtype=None as the stored weight dtype (float16 for
+            # the shipped model), so the argument is left out to get its float32 default.
+            dtype_argument = {} if torch_dtype is None else {"dtype": torch_dtype}
+            model = AutoModelForCausalLM.from_pretrained(path, **dtype_argument)
         except OSError as error:
             raise OSError(
                 f"failed to load causal LM {path!r}: {error}. Pass an existing local folder, "

@@ -199,3 +199,12 @@ def test_nucleus_sample_keeps_top_mass() -> None:
 def test_nucleus_sample_temperature_zero_is_argmax() -> None:
     logits = torch.tensor([0.1, 2.0, 1.9])
     assert nucleus_sample(logits, top_p=0.9, temperature=0.0, generator=torch.Generator()) == 1
+
+
+def test_default_name_loads_shipped_model() -> None:
+    lm = LanguageModel.load("delsim-default")
+    # The shipped weights are stored in float16; dtype=None must still give float32 on CPU.
+    assert lm.dtype == torch.float32
+    assert lm.hidden_size == 256
+    assert lm.max_positions == 512
+    assert lm.eos_token_id == lm.tokenizer.eos_token_id
