@@ -11,6 +11,10 @@ Sampling draws the round counts directly instead of looping over rounds. For ``p
 count of ``+A`` rounds is Binomial(R, q) with ``q = 1/2 + z / (2A)``. For ``p < 1`` the count
 of nonzero rounds is Binomial(R, p), and given that count ``m`` the count of ``+B`` rounds is
 Binomial(m, q). This two-stage draw has exactly the joint law of the R independent rounds.
+
+:class:`~delsim.mechanism.level_sampler.LevelSampler` draws the counts, on numba kernels
+when numba is installed and ``z`` is on CPU, else in pure torch, with the same levels for
+the same generator state.
 """
 
 from __future__ import annotations
@@ -21,8 +25,8 @@ from typing import Any
 
 import torch
 
+from delsim.mechanism.level_sampler import LevelSampler
 from delsim.mechanism.levels import levels_to_values, max_level
-from delsim.mechanism.sampling import BinomialSampler, binomial_cdf_rows
 from delsim.mechanism.validation import check_int_range, check_last_dim, check_positive
 
 logger = logging.getLogger(__name__)
@@ -46,6 +50,11 @@ class StochasticQuantizer:
         Number of coordinates d per token, >= 1.
     sparsity : float, default 1.0
         Probability p in (0, 1] that a round is kept (nonzero).
+    backend : {"auto", "numba", "torch"}, default "auto"
+        Sampling code; every backend returns the same levels for the same generator
+        state. "auto" takes the numba kernels when numba is installed, and "numba" raises
+        ValueError when it is not. ``z`` off the CPU always takes the torch path. The
+        backend is not part of :attr:`config`.
 
     Raises
     ------
@@ -54,19 +63,17 @@ class StochasticQuantizer:
         ``1/2 + z / (2A)`` would leave [0, 1]).
     """
 
-    def __init__(self, bits: int, mu: float, clip: float, dim: int, sparsity: float = 1.0) -> None:
+    def __init__(
+        self, bits: int, mu: float, clip: float, dim: int, sparsity: float = 1.0, *, backend: str = "auto"
+    ) -> None:
         self.bits = check_int_range("bits", bits, 1, MAX_BITS)
         self.mu = check_positive("mu", mu)
         self.clip = check_positive("clip", clip)
         self.dim = check_int_range("dim", dim, 1)
         self.sparsity = _check_sparsity(sparsity)
         self._check_scale()
-
-        half_span = self.clip / (2.0 * self.A)
-        self._plus_range = (max(0.0, 0.5 - half_span), min(1.0, 0.5 + half_span))
-        if self.sparse:
-            self._nonzero_cdf = binomial_cdf_rows(self.rounds, torch.tensor([self.sparsity]))[0]
-        self._plus_sampler = BinomialSampler(self.rounds, *self._plus_range, varying_trials=self.sparse)
+        self._sampler = LevelSampler(self.bits, self.clip, self.A, self.sparsity, self.scale, backend)
+        self.backend = self._sampler.backend
         logger.debug("created %r", self)
 
     def _check_scale(self) -> None:
@@ -178,17 +185,8 @@ class StochasticQuantizer:
             int64 levels with the shape of ``z``: ``k in 0..R`` (count of +A rounds) for
             sparsity 1, else ``k_plus - k_minus + R in 0..2R``.
         """
-        check_last_dim("z", z, self.dim)
-        clipped = z.detach().to(torch.float64).clamp(-self.clip, self.clip)
-        plus_prob = clipped.mul_(1.0 / (2.0 * self.A)).add_(0.5).clamp_(*self._plus_range)
-
-        if not self.sparse:
-            return self._plus_sampler.sample(plus_prob, generator=generator, check_range=False)
-
-        uniforms = torch.rand(plus_prob.shape, generator=generator, dtype=torch.float64, device=z.device)
-        nonzero = torch.searchsorted(self._nonzero_cdf.to(z.device), uniforms, right=True).clamp_max(self.rounds)
-        plus = self._plus_sampler.sample(plus_prob, nonzero, generator=generator, check_range=False)
-        return 2 * plus - nonzero + self.rounds
+        check_last_dim("z", z, self.dim, check_nan=False)
+        return self._sampler.levels(z, generator)
 
     def decode(self, levels: torch.Tensor) -> torch.Tensor:
         """Map integer levels to released values (float32), as the server decodes them.
@@ -231,8 +229,8 @@ class StochasticQuantizer:
         torch.Tensor
             float32 release with the shape of ``z``.
         """
-        levels = self.encode(z, generator=generator)
-        return levels_to_values(levels, bits=self.bits, sparse=self.sparse, scale=self.scale)
+        check_last_dim("z", z, self.dim, check_nan=False)
+        return self._sampler.values(z, generator)
 
     def __repr__(self) -> str:
         return (

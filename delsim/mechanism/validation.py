@@ -55,7 +55,7 @@ def check_positive(name: str, value: object) -> float:
     return float(value)
 
 
-def check_last_dim(name: str, tensor: object, dim: int) -> None:
+def check_last_dim(name: str, tensor: object, dim: int, *, check_nan: bool = True) -> None:
     """Raise ValueError unless ``tensor`` is a NaN-free floating tensor whose last dimension is ``dim``.
 
     Infinite values pass, because clipping maps them to the clip bound.
@@ -68,10 +68,18 @@ def check_last_dim(name: str, tensor: object, dim: int) -> None:
         Value to check.
     dim : int
         Expected size of the last dimension.
+    check_nan : bool, default True
+        Whether to scan for NaN here; a caller that scans in its own pass over the data
+        sets it to False.
     """
     if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
         raise ValueError(f"{name} must be a floating-point torch.Tensor, got {type(tensor).__name__}")
     if tensor.dim() == 0 or tensor.shape[-1] != dim:
         raise ValueError(f"{name} must have last dimension {dim} (the mechanism's dim), got shape {tuple(tensor.shape)}")
-    if bool(torch.isnan(tensor).any()):
-        raise ValueError(f"{name} contains NaN values; pass real-valued coordinates")
+    if check_nan and bool(torch.isnan(tensor).any()):
+        raise_nan(name)
+
+
+def raise_nan(name: str) -> None:
+    """Raise the ValueError for NaN values in argument ``name``."""
+    raise ValueError(f"{name} contains NaN values; pass real-valued coordinates")
