@@ -1,6 +1,6 @@
 """A frozen Hugging Face causal LM driven by input embeddings, as a DEL server runs it.
 
-The server never sees prompt token ids, so every entry point here takes the decoded prompt
+The server never receives prompt token ids, so every entry point here takes the decoded prompt
 embeddings (T, D) and optionally a soft prompt (m, D) that is prepended to them.
 """
 
@@ -206,7 +206,7 @@ class LanguageModel:
 
     @property
     def max_positions(self) -> int | None:
-        """Longest sequence (soft prompt, prompt and continuation) the model accepts, if bounded."""
+        """Maximum sequence length (soft prompt, prompt and continuation) the model accepts, if bounded."""
         config = self.model.config
         for name in ("n_positions", "max_position_embeddings"):
             if getattr(config, name, None) is not None:

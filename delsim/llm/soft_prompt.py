@@ -143,6 +143,7 @@ class SoftPromptLibrary:
     def _write_index(self, index: dict[str, Any]) -> None:
         # Write to a temporary file and rename, so a reader never sees a half-written index.
         handle, tmp_name = tempfile.mkstemp(dir=self.directory, prefix=".index.", suffix=".json")
+        os.chmod(tmp_name, 0o644)
         with os.fdopen(handle, "w", encoding="utf-8") as stream:
             json.dump(index, stream, indent=2, sort_keys=True)
             stream.write("\n")
