@@ -110,7 +110,8 @@ class ServerReplica:
         )
 
     def _reference_nll(self, embeds: torch.Tensor, reference: str, soft_tokens: int) -> tuple[float, int]:
-        reference_ids = self.lm.tokenize(reference)[: self.spec.reference_tokens]
+        # The reference continues the prompt after a space, and byte-level BPE tokens carry it.
+        reference_ids = self.lm.tokenize(" " + reference)[: self.spec.reference_tokens]
         limit = self.lm.max_positions
         if limit is not None:
             room = limit - embeds.shape[0] - soft_tokens
