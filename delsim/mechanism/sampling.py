@@ -433,10 +433,8 @@ class BinomialSampler:
         if pending.numel():
             sub_trials = self._subset(trials, pending)
             keys, upper = binomial_keys(sub_trials, prob[pending], self.max_trials)
-            first, last = prefix_intervals(prefixes[pending])
-            low_counts = count_below(keys, upper, sub_trials, first)
-            high_counts = count_below(keys, upper, sub_trials, last)
-            counts[pending] = torch.where(low_counts == high_counts, low_counts, -1)
+            ends = count_below(keys, upper, sub_trials, torch.stack(prefix_intervals(prefixes[pending]), dim=1))
+            counts[pending] = torch.where(ends[:, 0] == ends[:, 1], ends[:, 0], -1)
         return counts
 
     def _table_on(self, device: torch.device) -> torch.Tensor:
