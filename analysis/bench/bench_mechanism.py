@@ -4,7 +4,8 @@ Run from the repository root::
 
     python analysis/bench/bench_mechanism.py --tokens 64 --repeats 5
 
-It prints one table of ``privatize`` throughput (tokens per second) next to a reference that
+It prints the time of the first ``privatize`` call in the process (which loads the numba
+kernels), one table of ``privatize`` throughput (tokens per second) next to a reference that
 runs the R rounds one at a time, one table of payload bytes per token against fp16
 embeddings, and the time to pack and unpack a 512-token, d=4096, 8-bit payload.
 """
@@ -20,6 +21,7 @@ from collections.abc import Callable
 import torch
 
 from delsim.mechanism import HEADER_SIZE, StochasticQuantizer, pack_payload, payload_size, unpack_payload
+from delsim.mechanism.sampling import BACKENDS, load_kernels
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +63,22 @@ def best_seconds(function: Callable[[], object], repeats: int, budget_seconds: f
     return best
 
 
-def throughput_rows(tokens: int, repeats: int, budget_seconds: float) -> list[tuple[int, int, float, float, float]]:
+def first_call_seconds(tokens: int, backend: str) -> float:
+    """Time the first ``privatize`` call of the process at d=128, n=4: kernel loading plus one draw."""
+    quantizer = StochasticQuantizer(4, MU, CLIP, 128, backend=backend)
+    z = torch.zeros(tokens, 128)
+    start = time.perf_counter()
+    quantizer.privatize(z, generator=torch.Generator().manual_seed(0))
+    return time.perf_counter() - start
+
+
+def throughput_rows(
+    tokens: int, repeats: int, budget_seconds: float, backend: str
+) -> list[tuple[int, int, float, float, float]]:
     """Time ``privatize`` and the round loop for each setting; return (d, n, p, fast tok/s, loop tok/s)."""
     rows = []
     for dim, bits, sparsity in SETTINGS:
-        quantizer = StochasticQuantizer(bits, MU, CLIP, dim, sparsity)
+        quantizer = StochasticQuantizer(bits, MU, CLIP, dim, sparsity, backend=backend)
         z = (torch.rand(tokens, dim, generator=torch.Generator().manual_seed(0)) * 2 - 1) * CLIP
         generator = torch.Generator().manual_seed(1)
 
@@ -108,6 +121,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed calls per configuration; the fastest counts")
     parser.add_argument("--budget", type=float, default=20.0, help="maximum seconds of timed calls per configuration")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help="quantizer sampling backend (default auto)")
     parser.add_argument("--default-hidden-size", type=int, default=256, help="hidden size D of the embedded default model")
     parser.add_argument("--default-dim", type=int, default=32, help="projected size d of the embedded default model")
     args = parser.parse_args()
@@ -115,9 +129,13 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     print(f"machine: {platform.machine()}, {platform.processor() or 'cpu'}, torch {torch.__version__}, threads {args.threads}")
+    first_call = first_call_seconds(args.tokens, args.backend)
+    kernels = load_kernels() if args.backend != "torch" else None
+    print(f"sampling backend: {'numba kernels' if kernels is not None else 'pure torch'} (--backend {args.backend})")
+    print(f"first privatize call in this process: {first_call:.3f} s")
     print(f"\nprivatize throughput, {args.tokens} tokens per call, mu={MU}, clip={CLIP}")
     print(f"{'d':>5} {'n':>2} {'p':>4} {'DEL tok/s':>12} {'loop tok/s':>12} {'speed-up':>9}")
-    for dim, bits, sparsity, fast, loop in throughput_rows(args.tokens, args.repeats, args.budget):
+    for dim, bits, sparsity, fast, loop in throughput_rows(args.tokens, args.repeats, args.budget, args.backend):
         print(f"{dim:>5} {bits:>2} {sparsity:>4.2f} {fast:>12.0f} {loop:>12.1f} {fast / loop:>8.1f}x")
 
     shapes = [(4096, 128), (args.default_hidden_size, args.default_dim)]
