@@ -117,6 +117,9 @@ class PrivacyLedger:
         self._accountants: dict[Account, IAccountant] = {}
         self._epsilon_cache: dict[tuple[Account, float], float] = {}
 
+        self.fallbacks = 0
+        """Epsilon evaluations where the accountant failed and the GDP closed form was used."""
+
     def set_unit(self, unit: AccountingUnit | str) -> None:
         """Change the accounting unit of a ledger that has no charges yet.
 
@@ -278,21 +281,25 @@ class PrivacyLedger:
                 else:
                     epsilon = accountant.get_epsilon(delta, alphas=list(RDP_ORDERS))
             except (RuntimeError, ValueError) as error:
-                logger.warning(
-                    "%s accountant failed for composed mu=%.6g at delta=%.3g (%s); using the closed-form "
-                    "GDP epsilon %.6g, exact for Gaussian releases",
-                    self.accountant_name, composed_mu, delta, error, closed_form,
-                )
+                self._log_fallback(f"failed ({error})", composed_mu, delta, closed_form)
                 return closed_form
 
         if not math.isfinite(epsilon):
-            logger.warning(
-                "%s accountant returned %s for composed mu=%.6g at delta=%.3g; using the closed-form "
-                "GDP epsilon %.6g, exact for Gaussian releases",
-                self.accountant_name, epsilon, composed_mu, delta, closed_form,
-            )
+            self._log_fallback(f"returned {epsilon}", composed_mu, delta, closed_form)
             return closed_form
         return float(epsilon)
+
+    def _log_fallback(self, what: str, composed_mu: float, delta: float, closed_form: float) -> None:
+        # Large runs hit this once per distinct account, so only the first one is a warning.
+        self.fallbacks += 1
+        level = logging.WARNING if self.fallbacks == 1 else logging.DEBUG
+        logger.log(
+            level,
+            "%s accountant %s for composed mu=%.6g at delta=%.3g; using the closed-form GDP epsilon %.6g, "
+            "exact for Gaussian releases%s",
+            self.accountant_name, what, composed_mu, delta, closed_form,
+            " (later fallbacks are logged at DEBUG and counted in PrivacyLedger.fallbacks)" if self.fallbacks == 1 else "",
+        )
 
     # Saving and restoring.
 

@@ -110,7 +110,7 @@ def run_scenario(
         keep_text=scenario.outputs.keep_text,
     )
     users = user_report(ledger, requests, mechanism, scenario.privacy)
-    summary = summarize(requests, users, scenario, wall_s=time.time() - started, server_device=device)
+    summary = summarize(requests, users, scenario, wall_s=time.time() - started, server_device=device, ledger_fallbacks=ledger.fallbacks)
     write_run(out_dir, scenario=scenario, scenario_path=scenario_path, requests=requests, users=users, summary=summary, ledger=ledger)
     logger.info("run %r finished in %.1f s: %d requests, outputs in %s", scenario.name, time.time() - started, len(requests), out_dir)
     return RunResult(out_dir=out_dir, summary=summary)

@@ -119,7 +119,7 @@ def _quantiles(series: pd.Series) -> dict:
     }
 
 
-def summarize(requests: pd.DataFrame, users: pd.DataFrame, scenario, *, wall_s: float, server_device: str) -> dict:
+def summarize(requests: pd.DataFrame, users: pd.DataFrame, scenario, *, wall_s: float, server_device: str, ledger_fallbacks: int = 0) -> dict:
     """Compute the run summary: counts, latency, bytes, utility and privacy spent."""
     completed = requests[requests["status"] == "completed"]
     real = completed[completed["nll_tokens"] > 0]
@@ -154,6 +154,8 @@ def summarize(requests: pd.DataFrame, users: pd.DataFrame, scenario, *, wall_s: 
             "epsilon_ledger_max": float(users["epsilon_ledger"].max()) if len(users) else 0.0,
             "epsilon_exact_max": float(users["epsilon_exact"].max()) if len(users) and users["epsilon_exact"].notna().any() else None,
             "users_where_gdp_understates": int(users["gdp_understates"].sum()) if len(users) else 0,
+            # Accounts whose Opacus epsilon failed (beyond about 700 for PRV) and took the GDP closed form.
+            "ledger_fallbacks_to_closed_form": ledger_fallbacks,
         },
         "by_device_class": by_class,
         "server_device": server_device,
