@@ -57,6 +57,14 @@ def _server_device(scenario: Scenario) -> tuple[str, float]:
     return "cpu", 0.0
 
 
+def _check_actor_resources(scenario: Scenario) -> None:
+    """Fail fast when one actor asks for more CPUs than the cluster has, which Ray would wait on forever."""
+    cpus = float(ray.cluster_resources().get("CPU", 0.0))
+    wanted = scenario.runtime.cpus_per_actor
+    if wanted > cpus:
+        raise RunSetupError(f"runtime.cpus_per_actor: value {wanted:g} exceeds the {cpus:g} CPUs of the Ray cluster, so no actor could start. Fix: set it to at most {cpus:g}")
+
+
 def run_scenario(
     scenario: Scenario,
     out_dir: Path,
@@ -87,6 +95,7 @@ def run_scenario(
     prompt_index = {a.request_id: int(np.random.default_rng(derive_seed(seed, PROMPT_STREAM, a.request_id)).integers(len(prompts))) for a in arrivals}
     owns_ray = connect_ray(address)
     try:
+        _check_actor_resources(scenario)
         client_results = _encode_on_clients(scenario, model_spec, mechanism, arrivals, prompts, prompt_index, seed)
 
         ledger, enforcer = make_enforcer(scenario.privacy)

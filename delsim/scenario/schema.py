@@ -11,9 +11,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class Section(BaseModel):
-    """Base of every scenario section: unknown keys are errors, values are checked on assignment."""
+    """Base of every scenario section: unknown keys are errors, values are checked on assignment.
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    Infinite and NaN numbers are rejected everywhere: YAML's ``.inf`` and ``.nan`` are never a
+    meaningful bandwidth, rate, budget or duration.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class ModelSection(Section):

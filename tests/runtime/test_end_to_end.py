@@ -175,3 +175,13 @@ def test_sweep_with_budget_runs_every_point(ray_session, tmp_path):
 
     assert tradeoff_main([str(tmp_path / "out"), "--out", str(tmp_path / "plots")]) == 0
     assert (tmp_path / "plots" / "tradeoff.csv").is_file()
+
+
+def test_oversized_actor_exits_with_status_2(ray_session, tmp_path, capsys):
+    data = tiny_scenario().model_dump(mode="json")
+    data["runtime"]["cpus_per_actor"] = 64
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "runtime.cpus_per_actor: value 64 exceeds" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -130,3 +130,10 @@ def test_scenario_reference_is_current():
 
     document = QUICKSTART.parents[1] / "docs" / "scenarios.md"
     assert document.read_text().strip() == render_reference().strip(), "regenerate with: python -m delsim.scenario.reference > docs/scenarios.md"
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")])
+def test_infinite_and_nan_numbers_are_rejected(data, value):
+    data["workload"]["duration_s"] = value
+    (problem,) = problems_of(data)
+    assert problem.startswith("workload.duration_s: invalid value")
