@@ -59,7 +59,7 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
 def command_run(args: argparse.Namespace) -> int:
     """Validate a scenario, run it (or every sweep point) and print a summary."""
     from delsim.runtime.driver import run_scenario
-    from delsim.runtime.setup import RunSetupError
+    from delsim.runtime.setup import RunSetupError, check_run_setup
     from delsim.scenario import ScenarioError, expand_sweep, load_scenario
 
     try:
@@ -72,6 +72,17 @@ def command_run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         points = [(label, point.model_copy(update={"seed": args.seed})) for label, point in points]
     out_dir = Path(args.out) if args.out else Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+    # Every sweep point is checked before the first one runs, so a bad point loses no work.
+    problems = []
+    for label, point in points:
+        try:
+            check_run_setup(point)
+        except RunSetupError as error:
+            problems.append(f"{'sweep point ' + label + ': ' if label else ''}{error}")
+    if problems:
+        print(f"error: invalid scenario {args.scenario}:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+        return EXIT_INVALID_INPUT
 
     index = []
     for number, (label, point) in enumerate(points):

@@ -18,14 +18,21 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from delsim.llm import load_prompt_dataset
 from delsim.runtime.accounting import admit_requests, make_enforcer, user_report
 from delsim.runtime.client_shard import ClientShardActor
 from delsim.runtime.outputs import build_requests_table, summarize, write_run
 from delsim.runtime.pools import chunked, connect_ray, gpus_in_cluster, map_on_pool, run_routed
 from delsim.runtime.seeding import FIDELITY_STREAM, GENERATION_STREAM, PROMPT_STREAM, QUANTIZER_STREAM, derive_seed
 from delsim.runtime.server_replica import ServerReplicaActor
-from delsim.runtime.setup import RunSetupError, build_fleet, build_mechanism, build_model_spec, resolve_projection
+from delsim.runtime.setup import (
+    RunSetupError,
+    build_fleet,
+    build_mechanism,
+    build_model_spec,
+    check_model,
+    load_prompts,
+    resolve_projection,
+)
 from delsim.runtime.spec import ClientJob, ServerJob
 from delsim.scenario.schema import Scenario
 from delsim.sim.arrivals import generate_arrivals
@@ -87,9 +94,8 @@ def run_scenario(
         clients, process=workload.arrival.process, duration_s=workload.duration_s, seed=seed,
         rate_hz=workload.arrival.rate_hz, requests_per_client=workload.arrival.requests_per_client,
     )
-    prompts = load_prompt_dataset(workload.dataset, prompt_words=workload.prompt_words, min_words=workload.min_words, limit=workload.max_prompts)
-    if not prompts:
-        raise RunSetupError(f"workload.dataset: {workload.dataset!r} gives no paragraph of at least {workload.min_words} words. Fix: lower workload.min_words or use another dataset")
+    check_model(scenario.model.name)
+    prompts = load_prompts(scenario)
     logger.info("fleet of %d clients made %d requests over %.0f s", len(clients), len(arrivals), workload.duration_s)
 
     prompt_index = {a.request_id: int(np.random.default_rng(derive_seed(seed, PROMPT_STREAM, a.request_id)).integers(len(prompts))) for a in arrivals}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,9 @@ from delsim.llm.defaults import (
     DEFAULT_PROJECTION_PATH,
     DEFAULT_SOFT_PROMPT_DIR,
 )
+from transformers import AutoConfig
+
+from delsim.llm import load_prompt_dataset
 from delsim.mechanism import StochasticQuantizer
 from delsim.runtime.spec import MechanismSpec, ModelSpec
 from delsim.scenario.schema import Scenario
@@ -79,9 +83,14 @@ def build_mechanism(scenario: Scenario, projection_path: Path) -> MechanismSpec:
         clip = float(section.clip)
 
     try:
-        StochasticQuantizer(bits=section.bits, mu=section.mu, clip=clip, dim=section.dim, sparsity=section.sparsity)
-    except ValueError as error:
-        raise RunSetupError(f"mechanism: the quantizer rejects bits={section.bits}, mu={section.mu}, clip={clip}, dim={section.dim}, sparsity={section.sparsity}: {error}") from None
+        quantizer = StochasticQuantizer(bits=section.bits, mu=section.mu, clip=clip, dim=section.dim, sparsity=section.sparsity)
+        if not math.isfinite(quantizer.A):
+            raise ValueError(f"the quantizer range A = {quantizer.A} is not finite")
+    except (ValueError, ArithmeticError) as error:
+        raise RunSetupError(
+            f"mechanism: the quantizer rejects bits={section.bits}, mu={section.mu}, clip={clip}, dim={section.dim}, "
+            f"sparsity={section.sparsity}: {type(error).__name__}: {error}. Fix: choose mu, clip and sparsity so that A = clip * sqrt(p * (4 / mu_r^2 + 1)) is finite and at least clip"
+        ) from None
     return MechanismSpec(dim=section.dim, bits=section.bits, mu=section.mu, clip=clip, sparsity=section.sparsity)
 
 
@@ -123,10 +132,34 @@ def build_fleet(scenario: Scenario, seed: int) -> list[Client]:
     return assign_device_classes(scenario.fleet.clients, profiles, [c.share for c in classes], rng)
 
 
-@dataclass(frozen=True)
-class RunInputs:
-    """Everything resolved before Ray starts."""
+def check_model(name: str) -> None:
+    """Check that the model's configuration loads, so a wrong name fails before any actor starts."""
+    path = resolve_model(name)
+    try:
+        AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise RunSetupError(
+            f"model.name: cannot load {name!r} ({type(error).__name__}: {error}). "
+            f"Fix: use {DEFAULT_MODEL_NAME!r}, an existing local model folder, or a hub name with network access"
+        ) from None
 
-    model: ModelSpec
-    mechanism: MechanismSpec
-    clients: list[Client]
+
+def load_prompts(scenario: Scenario) -> list:
+    """Load the workload's prompt examples, turning loader errors into a RunSetupError on the field."""
+    workload = scenario.workload
+    try:
+        prompts = load_prompt_dataset(workload.dataset, prompt_words=workload.prompt_words, min_words=workload.min_words, limit=workload.max_prompts)
+    except (OSError, ValueError) as error:
+        raise RunSetupError(f"workload.dataset: cannot load {workload.dataset!r}: {error}. Fix: use 'default', a hub dataset name with network access, or an existing UTF-8 .txt file") from None
+    if not prompts:
+        raise RunSetupError(f"workload.dataset: {workload.dataset!r} gives no paragraph of at least {workload.min_words} words. Fix: lower workload.min_words or use another dataset")
+    return prompts
+
+
+def check_run_setup(scenario: Scenario) -> None:
+    """Check everything a run resolves from the scenario before Ray starts: artifacts, mechanism, model and prompts."""
+    projection_path = resolve_projection(scenario.model.projection)
+    build_mechanism(scenario, projection_path)
+    build_model_spec(scenario, projection_path)
+    check_model(scenario.model.name)
+    load_prompts(scenario)

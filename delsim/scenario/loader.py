@@ -96,6 +96,8 @@ def read_scenario_data(path: str | Path) -> dict:
         raise ScenarioError(source, [f"file not found: {source}. Fix: pass the path of an existing YAML file"]) from None
     except OSError as error:
         raise ScenarioError(source, [f"cannot read {source}: {error}"]) from None
+    except UnicodeDecodeError as error:
+        raise ScenarioError(source, [f"not a UTF-8 text file ({error}). Fix: pass a YAML scenario file"]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as error:
@@ -113,7 +115,11 @@ def validate_scenario(data: dict, source: str = "<scenario>") -> SweptScenario:
         raise ScenarioError(source, describe_errors(error, SweptScenario)) from None
 
     problems: list[str] = []
-    for label, point in _sweep_points(data):
+    try:
+        points = _sweep_points(data)
+    except ValueError as error:
+        raise ScenarioError(source, [f"sweep: {error}. Fix: sweep over fields of sections, such as mechanism.mu or servers.replicas"]) from None
+    for label, point in points:
         try:
             Scenario.model_validate(point)
         except ValidationError as error:
@@ -134,9 +140,11 @@ def _set_dotted(data: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     node = data
     for key in keys[:-1]:
+        if not isinstance(node, dict):
+            raise ValueError(f"path {dotted!r}: the part before {key!r} is not a section")
         node = node.setdefault(key, {})
         if not isinstance(node, dict):
-            raise ValueError(f"sweep path {dotted!r}: {key!r} is not a section")
+            raise ValueError(f"path {dotted!r}: {key!r} is not a section (lists and values cannot be swept into)")
     node[keys[-1]] = value
 
 
