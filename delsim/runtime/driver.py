@@ -26,6 +26,7 @@ from delsim.runtime.seeding import FIDELITY_STREAM, GENERATION_STREAM, PROMPT_ST
 from delsim.runtime.server_replica import ServerReplicaActor
 from delsim.runtime.setup import (
     RunSetupError,
+    build_arrivals,
     build_fleet,
     build_mechanism,
     build_model_spec,
@@ -35,7 +36,6 @@ from delsim.runtime.setup import (
 )
 from delsim.runtime.spec import ClientJob, ServerJob
 from delsim.scenario.schema import Scenario
-from delsim.sim.arrivals import generate_arrivals
 from delsim.sim.cost import ACCELERATORS, ClientCostModel, ModelShape, ServerCostModel
 from delsim.sim.engine import ServerPoolConfig, SimRequest, Simulator
 
@@ -90,10 +90,7 @@ def run_scenario(
     model_spec = build_model_spec(scenario, projection_path)
     clients = build_fleet(scenario, seed)
     workload = scenario.workload
-    arrivals = generate_arrivals(
-        clients, process=workload.arrival.process, duration_s=workload.duration_s, seed=seed,
-        rate_hz=workload.arrival.rate_hz, requests_per_client=workload.arrival.requests_per_client,
-    )
+    arrivals = build_arrivals(scenario, clients)
     check_model(scenario.model.name)
     prompts = load_prompts(scenario)
     logger.info("fleet of %d clients made %d requests over %.0f s", len(clients), len(arrivals), workload.duration_s)

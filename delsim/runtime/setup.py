@@ -23,6 +23,7 @@ from delsim.llm import load_prompt_dataset
 from delsim.mechanism import StochasticQuantizer
 from delsim.runtime.spec import MechanismSpec, ModelSpec
 from delsim.scenario.schema import Scenario
+from delsim.sim.arrivals import Arrival, generate_arrivals
 from delsim.sim.devices import Client, DeviceProfile, assign_device_classes
 
 logger = logging.getLogger(__name__)
@@ -156,10 +157,26 @@ def load_prompts(scenario: Scenario) -> list:
     return prompts
 
 
+def build_arrivals(scenario: Scenario, clients: list[Client]) -> list[Arrival]:
+    """Draw the fleet's arrivals; a workload that yields no request is a setup error."""
+    workload = scenario.workload
+    arrivals = generate_arrivals(
+        clients, process=workload.arrival.process, duration_s=workload.duration_s, seed=scenario.seed,
+        rate_hz=workload.arrival.rate_hz, requests_per_client=workload.arrival.requests_per_client,
+    )
+    if not arrivals:
+        raise RunSetupError(
+            f"workload: {len(clients)} clients send no request in {workload.duration_s:g} s at rate_hz={workload.arrival.rate_hz}. "
+            "Fix: raise workload.arrival.rate_hz or workload.duration_s, or use the 'fixed' process"
+        )
+    return arrivals
+
+
 def check_run_setup(scenario: Scenario) -> None:
-    """Check everything a run resolves from the scenario before Ray starts: artifacts, mechanism, model and prompts."""
+    """Check everything a run resolves from the scenario before Ray starts: artifacts, mechanism, model, arrivals and prompts."""
     projection_path = resolve_projection(scenario.model.projection)
     build_mechanism(scenario, projection_path)
     build_model_spec(scenario, projection_path)
     check_model(scenario.model.name)
+    build_arrivals(scenario, build_fleet(scenario, scenario.seed))
     load_prompts(scenario)
