@@ -48,7 +48,12 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
         + f", soft prompt {'used' if summary['soft_prompt_used'] else 'not used'}",
         f"  privacy   per-user max mu {fmt(privacy['mu_max'])}, epsilon at delta={privacy['delta']:g}: "
         f"GDP {fmt(privacy['epsilon_gdp_max'])}, ledger {fmt(privacy['epsilon_ledger_max'])}, exact {fmt(privacy['epsilon_exact_max'])}"
-        + (f" (GDP understates for {privacy['users_where_gdp_understates']} users)" if privacy["users_where_gdp_understates"] else ""),
+        + (f" (GDP understates for {privacy['users_where_gdp_understates']} users)" if privacy["users_where_gdp_understates"] else "")
+        + (
+            f"; the {privacy['ledger_fallbacks_to_closed_form']} accounts past the accountant's range use the GDP closed form"
+            if privacy.get("ledger_fallbacks_to_closed_form")
+            else ""
+        ),
     ]
     for name, figures in summary["by_device_class"].items():
         lines.append(f"  {name:<9} {figures['completed']} completed, latency p50 {fmt(figures['latency_s']['p50'], ' s')}, p95 {fmt(figures['latency_s']['p95'], ' s')}")
