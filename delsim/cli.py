@@ -75,6 +75,9 @@ def command_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID_INPUT
 
     if args.seed is not None:
+        if args.seed < 0:
+            print(f"error: --seed: invalid value {args.seed}. Fix: pass a non-negative integer", file=sys.stderr)
+            return EXIT_INVALID_INPUT
         points = [(label, point.model_copy(update={"seed": args.seed})) for label, point in points]
     out_dir = Path(args.out) if args.out else Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 

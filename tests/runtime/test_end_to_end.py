@@ -185,3 +185,9 @@ def test_oversized_actor_exits_with_status_2(ray_session, tmp_path, capsys):
     assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
     assert "runtime.cpus_per_actor: value 64 exceeds" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_negative_seed_exits_with_status_2(tmp_path, capsys):
+    assert main(["run", str(QUICKSTART), "--seed", "-1", "--out", str(tmp_path / "out")]) == 2
+    assert "--seed: invalid value -1" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
