@@ -6,6 +6,7 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -61,10 +62,23 @@ def _print_summary(summary: dict, out_dir: Path) -> None:
     print("\n".join(lines))
 
 
+def _setup_problems(points: list) -> list[str]:
+    """Return the run-setup problems (artifacts, model, dataset, arrivals) of every sweep point."""
+    from delsim.runtime.setup import RunSetupError, check_run_setup
+
+    problems = []
+    for label, point in points:
+        try:
+            check_run_setup(point)
+        except RunSetupError as error:
+            problems.append(f"{'sweep point ' + label + ': ' if label else ''}{error}")
+    return problems
+
+
 def command_run(args: argparse.Namespace) -> int:
     """Validate a scenario, run it (or every sweep point) and print a summary."""
     from delsim.runtime.driver import run_scenario
-    from delsim.runtime.setup import RunSetupError, check_run_setup
+    from delsim.runtime.setup import RunSetupError
     from delsim.scenario import ScenarioError, expand_sweep, load_scenario
 
     try:
@@ -82,14 +96,17 @@ def command_run(args: argparse.Namespace) -> int:
     out_dir = Path(args.out) if args.out else Path("runs") / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}"
 
     # Every sweep point is checked before the first one runs, so a bad point loses no work.
-    problems = []
-    for label, point in points:
-        try:
-            check_run_setup(point)
-        except RunSetupError as error:
-            problems.append(f"{'sweep point ' + label + ': ' if label else ''}{error}")
+    problems = _setup_problems(points)
+    if out_dir.exists() and not out_dir.is_dir():
+        problems.append(f"--out: {str(out_dir)!r} exists and is not a folder. Fix: pass a folder path")
     if problems:
         print(f"error: invalid scenario {args.scenario}:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    existing = out_dir.resolve()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        print(f"error: --out: cannot create {str(out_dir)!r} because {str(existing)!r} is not a writable folder. Fix: pass a writable folder", file=sys.stderr)
         return EXIT_INVALID_INPUT
 
     index = []
@@ -119,6 +136,10 @@ def command_validate(args: argparse.Namespace) -> int:
         points = expand_sweep(load_scenario(args.scenario))
     except ScenarioError as error:
         print(f"error: {error}", file=sys.stderr)
+        return EXIT_INVALID_INPUT
+    problems = _setup_problems(points)
+    if problems:
+        print(f"error: invalid scenario {args.scenario}:\n" + "\n".join(f"  - {p}" for p in problems), file=sys.stderr)
         return EXIT_INVALID_INPUT
     print(f"{args.scenario}: valid ({len(points)} run{'s' if len(points) != 1 else ''})")
     return 0

@@ -191,3 +191,19 @@ def test_negative_seed_exits_with_status_2(tmp_path, capsys):
     assert main(["run", str(QUICKSTART), "--seed", "-1", "--out", str(tmp_path / "out")]) == 2
     assert "--seed: invalid value -1" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_validate_checks_artifacts(tmp_path, capsys):
+    data = yaml.safe_load(QUICKSTART.read_text())
+    data["mechanism"]["dim"] = 48
+    path = tmp_path / "dim.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert main(["validate", str(path)]) == 2
+    assert "mechanism.dim: value 48 does not match" in capsys.readouterr().err
+
+
+def test_out_path_that_is_a_file_exits_with_status_2(tmp_path, capsys):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert main(["run", str(QUICKSTART), "--out", str(blocker)]) == 2
+    assert "--out:" in capsys.readouterr().err
