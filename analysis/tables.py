@@ -24,7 +24,7 @@ def run_folders(path: Path) -> list[Path]:
         return [Path(entry["out_dir"]) for entry in json.loads(index.read_text())]
     if (path / "summary.json").is_file():
         return [path]
-    raise FileNotFoundError(f"{path} holds neither summary.json nor sweep.json; pass a folder written by 'delsim run'")
+    raise FileNotFoundError(f"{path} contains neither summary.json nor sweep.json; pass a folder written by 'delsim run'")
 
 
 def sweep_table(path: Path) -> pd.DataFrame:

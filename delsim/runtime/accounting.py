@@ -35,7 +35,7 @@ class Admission:
 
 
 def make_enforcer(section: PrivacySection) -> tuple[PrivacyLedger, BudgetEnforcer]:
-    """Create the ledger and the budget enforcer a scenario's privacy section asks for."""
+    """Create the ledger and the budget enforcer that a scenario's privacy section configures."""
     ledger = PrivacyLedger(accountant=section.accountant, unit=section.unit)
     budget = None if section.budget is None else PrivacyBudget(epsilon=section.budget.epsilon, delta=section.budget.delta)
     enforcer = BudgetEnforcer(

@@ -1,6 +1,6 @@
 """Client-shard actor: runs the client side of DEL for many simulated clients.
 
-A shard holds what a DEL client holds, the LLM's input embedding table, the tokenizer and the
+A shard keeps what a DEL client keeps: the LLM's input embedding table, the tokenizer and the
 encoder, and nothing else of the LLM. Each request's quantizer draws from its own generator, so a
 payload does not depend on which shard encodes it.
 """
@@ -31,7 +31,7 @@ class ClientShard:
         language_model = LanguageModel.load(model.model, device="cpu")
         self.tokenizer = language_model.tokenizer
         self.embedding_table = language_model.embedding_table.detach().to(torch.float32).clone()
-        # NOTE: the whole model is loaded to read its embedding table, then released; a very
+        # NOTE: the whole model is loaded to read its embedding table and then released. A very
         # large model needs a loader that reads only the embedding weights.
         del language_model
 

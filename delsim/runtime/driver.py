@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class RunResult:
-    """Where a run wrote its outputs, and its summary."""
+    """Output folder and summary of a finished run."""
 
     out_dir: Path
     summary: dict
@@ -65,7 +65,7 @@ def _server_device(scenario: Scenario) -> tuple[str, float]:
 
 
 def _check_actor_resources(scenario: Scenario) -> None:
-    """Fail fast when one actor asks for more CPUs than the cluster has, which Ray would wait on forever."""
+    """Raise RunSetupError when one actor requests more CPUs than the cluster has, because Ray would wait forever."""
     cpus = float(ray.cluster_resources().get("CPU", 0.0))
     wanted = scenario.runtime.cpus_per_actor
     if wanted > cpus:

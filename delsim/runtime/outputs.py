@@ -48,7 +48,7 @@ def build_requests_table(
             "prompt_id": prompts[prompt_index[rid]].paragraph_id,
             "status": status,
             "admission": admission.status,
-            "reason": admission.reason if admission.status != "released" else (served.error if served is not None else None),
+            "reason": _reason(admission, served),
             "arrival_s": arrival.time_s,
             "release_s": admission.release_s if admission.status == "released" else math.nan,
             "prompt_tokens": encoded.prompt_tokens,
@@ -84,6 +84,14 @@ def build_requests_table(
     decode_steps = (table["generated_tokens"] - 1).where(table["generated_tokens"] > 1)
     table["tpot_s"] = (table["server_done_s"] - table["first_token_s"]) / decode_steps
     return table
+
+
+def _reason(admission, served) -> str | None:
+    if admission.status != "released":
+        return admission.reason
+    if served is None:
+        return None
+    return served.error
 
 
 def _status(admission: str, served, timeline) -> str:

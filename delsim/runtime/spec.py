@@ -73,7 +73,7 @@ class ServerResult:
     """What a server replica computed for one payload.
 
     ``status`` is completed, rejected (no soft prompt and the scenario rejects such requests)
-    or failed (``error`` says why). ``real_compute`` is false for timing-only requests, whose
+    or failed (``error`` contains the cause). ``real_compute`` is false for timing-only requests, whose
     generation length is assumed to be the maximum.
     """
 

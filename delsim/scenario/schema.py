@@ -164,7 +164,7 @@ class PrivacySection(Section):
 
 
 class FidelitySection(Section):
-    """Which requests run through real compute on the server."""
+    """Share of requests that run through real compute on the server, and the utility metrics computed."""
 
     real_fraction: float = Field(1.0, ge=0, le=1, description="fraction of requests whose server side runs the real LLM, in [0, 1]")
     perplexity: bool = Field(True, description="compute the perplexity of the reference continuation for real requests")

@@ -23,7 +23,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SimRequest:
-    """What the simulation needs to know of one released request.
+    """Sizes and times of one released request, as the simulation needs them.
 
     Sizes come from real compute: the packed payload, the generated token ids sent back.
     """

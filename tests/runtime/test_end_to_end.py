@@ -202,7 +202,7 @@ def test_validate_checks_artifacts(tmp_path, capsys):
     assert "mechanism.dim: value 48 does not match" in capsys.readouterr().err
 
 
-def test_out_path_that_is_a_file_exits_with_status_2(tmp_path, capsys):
+def test_out_file_path_exits_2(tmp_path, capsys):
     blocker = tmp_path / "afile"
     blocker.write_text("x")
     assert main(["run", str(QUICKSTART), "--out", str(blocker)]) == 2

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 class ReplicaState:
     """Queue and running batch of one virtual server replica.
 
-    ``waiting`` holds request ids in arrival order; ``running`` maps a request id to the number
+    ``waiting`` contains request ids in arrival order; ``running`` maps a request id to the number
     of tokens it has generated so far.
     """
 
